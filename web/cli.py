@@ -1,0 +1,183 @@
+"""The ``chatroom`` command line: ``chatroom serve`` starts one room."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pykka
+from aiohttp import web
+
+from chatroom.web.app import create_app
+from chatroom.web.config import ConfigError, Settings
+from chatroom.web.logs import AccessLogger, setup_logging
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("config.toml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatroom",
+        description="A password-protected chat room: Pykka actors behind an aiohttp server.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="start a room",
+        description="Start a room and serve its browser client, HTTP API and websocket.",
+    )
+    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port; 0 picks a free port (default: 8080)")
+    serve.add_argument(
+        "--password",
+        help="the room password; prefer CHATROOM_PASSWORD or --password-file, "
+        "which keep it out of the process list",
+    )
+    serve.add_argument(
+        "--password-file", type=Path, metavar="PATH", help="read the room password from this file"
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="TOML file of settings (default: ./config.toml when it exists)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="lowest level of log records to print (default: INFO)",
+    )
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log line format on standard error (default: text)",
+    )
+    return parser
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """Return the password from --password, --password-file or CHATROOM_PASSWORD, in that order."""
+    if args.password:
+        return str(args.password)
+    if args.password_file is not None:
+        try:
+            password: str = args.password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read password file {args.password_file}: {exc.strerror}"
+            ) from exc
+        if not password:
+            raise ConfigError(f"password file {args.password_file} is empty")
+        return password
+    password = os.environ.get("CHATROOM_PASSWORD", "")
+    if password:
+        return password
+    raise ConfigError(
+        "a password is required: use --password-file PATH, CHATROOM_PASSWORD or --password"
+    )
+
+
+def load_settings(args: argparse.Namespace) -> tuple[Settings, Path | None]:
+    config_path = args.config or os.environ.get("CHATROOM_CONFIG")
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG
+    path = Path(config_path) if config_path is not None else None
+    overrides = {"host": args.host, "port": args.port}
+    return Settings.load(path, os.environ, overrides), path
+
+
+async def serve(settings: Settings, password: str) -> None:
+    """Run the room until SIGINT or SIGTERM, then close every socket and stop the actors."""
+    app = create_app(settings, password)
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from exc
+
+    host, port = runner.addresses[0][:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    logger.info(f"Room open at http://{shown_host}:{port}/ (event loop: {loop_name()})")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    logger.info("Stopping the room")
+    await runner.cleanup()
+
+
+def loop_name() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    setup_logging(args.log_level, args.log_format)
+    try:
+        settings, config_path = load_settings(args)
+        password = read_password(args)
+    except ConfigError as exc:
+        print(f"chatroom: error: {exc}", file=sys.stderr)
+        return 2
+    logger.info(f"Settings from {config_path or 'built-in defaults'}")
+
+    install_uvloop()
+    try:
+        asyncio.run(serve(settings, password))
+    except ConfigError as exc:
+        print(f"chatroom: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stop_leftover_actors()
+    logger.info("Room stopped")
+    return 0
+
+
+def stop_leftover_actors() -> None:
+    """Stop actors that outlived the server: each one is a bug, so log it."""
+    leftovers = pykka.ActorRegistry.get_all()
+    if leftovers:
+        logger.warning(f"Stopping {len(leftovers)} actors left running: {leftovers[:5]}")
+        pykka.ActorRegistry.stop_all(timeout=5)
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            logger.warning(f"Thread {thread.name} is still running at exit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
