@@ -145,7 +145,7 @@ def test_session_subscribes_and_unsubscribes(
         user=ANN,
         store=store,
         outbox=fake_outbox,
-        encode=join_lines,  # type: ignore[arg-type]
+        encode=join_lines,
     )
     ref.stop(timeout=5)
 

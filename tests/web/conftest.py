@@ -67,7 +67,7 @@ async def receive_messages(
     ws: aiohttp.ClientWebSocketResponse, count: int, timeout: float = 30
 ) -> list[dict[str, Any]]:
     """Read frames until ``count`` chat messages arrived; skip typed events."""
-    messages = []
+    messages: list[dict[str, Any]] = []
     while len(messages) < count:
         frame = await receive_json(ws, timeout)
         if "type" not in frame:

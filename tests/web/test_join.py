@@ -93,7 +93,7 @@ async def test_oversized_body_error_frame_not_posted(room_factory: RoomFactory) 
 
     await ws.send_str("x" * 11)
     await ws.send_str("ok")
-    frames = []
+    frames: list[dict[str, Any]] = []
     while not any("body" in frame for frame in frames):
         frames.append(await receive_json(ws))
     await ws.close()
@@ -216,7 +216,7 @@ async def test_since_large_gap_sends_gap_frame(room_factory: RoomFactory) -> Non
     await receive_messages(writer, 20)
 
     reader, _ = await join(room, token, since=2)
-    frames = []
+    frames: list[dict[str, Any]] = []
     while len([frame for frame in frames if "body" in frame]) < 5:
         frames.append(await receive_json(reader))
     await writer.close()
