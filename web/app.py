@@ -6,16 +6,26 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pykka
 from aiohttp import WSCloseCode, web
 
 from chatroom.actors.auth import AuthActor, AuthProxy
-from chatroom.actors.store import MessageStoreActor
+from chatroom.actors.store import MessageStoreActor, MessageStoreProxy
 from chatroom.web import bridge, http, join
 from chatroom.web.config import Settings
 from chatroom.web.frames import encode_text_frames
-from chatroom.web.state import AUTH, CLIENT_DIR, CONNECTIONS, PASSWORD, SETTINGS, STORE, Connections
+from chatroom.web.state import (
+    ACTORS,
+    CLIENT_DIR,
+    CONNECTIONS,
+    PASSWORD,
+    SETTINGS,
+    Actors,
+    Connections,
+)
+from chatroom.web.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -86,39 +96,64 @@ def default_client_dir() -> Path:
 
 
 async def run_actors(app: web.Application) -> AsyncIterator[None]:
-    """Start the actors in dependency order, and stop them in reverse when the app stops."""
-    settings = app[SETTINGS]
+    """Start the actors in dependency order, and stop them in reverse when the app stops.
 
-    auth_ref = AuthActor.start(
-        app[PASSWORD],
-        token_lifetime=settings.token_lifetime,
-        max_login_failures=settings.max_login_failures,
-        failure_window=settings.login_failure_window,
+    A supervisor restarts the auth actor or the store if one of them dies.
+    """
+    settings = app[SETTINGS]
+    loop = asyncio.get_running_loop()
+
+    def start_auth() -> pykka.ActorRef[AuthActor]:
+        return AuthActor.start(
+            app[PASSWORD],
+            token_lifetime=settings.token_lifetime,
+            max_login_failures=settings.max_login_failures,
+            failure_window=settings.login_failure_window,
+        )
+
+    def start_store() -> pykka.ActorRef[MessageStoreActor]:
+        return MessageStoreActor.start(
+            bucket_size=settings.bucket_size,
+            max_replay=settings.max_replay,
+            presence_delay=settings.presence_delay,
+            encode=encode_text_frames,
+            broadcast=bridge.LoopBroadcaster(loop),
+        )
+
+    def replace_auth(ref: pykka.ActorRef[Any]) -> None:
+        # The tokens died with the old actor, so every client must log in again.
+        actors.auth = cast(AuthProxy, ref.proxy())
+
+    def replace_store(ref: pykka.ActorRef[Any]) -> None:
+        # Open sessions are subscribed to the old store: close them so that
+        # clients reconnect, with since=, to the new one.
+        actors.store = cast(MessageStoreProxy, ref.proxy())
+        app[CONNECTIONS].close_all(WSCloseCode.SERVICE_RESTART, "room restarted")
+
+    supervisor = Supervisor(settings.supervise_interval)
+    auth_ref = supervisor.watch("auth", start_auth, replace_auth)
+    store_ref = supervisor.watch("store", start_store, replace_store)
+    actors = Actors(
+        auth=cast(AuthProxy, auth_ref.proxy()), store=cast(MessageStoreProxy, store_ref.proxy())
     )
-    store_ref = MessageStoreActor.start(
-        bucket_size=settings.bucket_size,
-        max_replay=settings.max_replay,
-        presence_delay=settings.presence_delay,
-        encode=encode_text_frames,
-        broadcast=bridge.LoopBroadcaster(asyncio.get_running_loop()),
-    )
-    app[AUTH] = auth_ref.proxy()  # type: ignore[misc]
-    app[STORE] = store_ref.proxy()  # type: ignore[misc]
-    sweeper = asyncio.create_task(sweep_tokens(app[AUTH], settings.token_sweep_interval))
+    app[ACTORS] = actors
+    supervisor.start()
+    sweeper = asyncio.create_task(sweep_tokens(actors, settings.token_sweep_interval))
 
     try:
         yield
     finally:
         sweeper.cancel()
-        for ref in (store_ref, auth_ref):
+        await supervisor.stop()
+        for ref in reversed(supervisor.refs()):
             await bridge.stop_actor(ref, settings.shutdown_timeout)
 
 
-async def sweep_tokens(auth: AuthProxy, interval: float) -> None:
+async def sweep_tokens(actors: Actors, interval: float) -> None:
     """Tell the auth actor to drop expired tokens every ``interval`` seconds."""
     while True:
         await asyncio.sleep(interval)
-        auth.sweep_expired()
+        actors.auth.sweep_expired()
 
 
 async def close_sockets(app: web.Application) -> None:

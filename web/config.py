@@ -60,6 +60,7 @@ class Settings:
     allowed_origins: list[str] = _setting([], "session", "extra Origins allowed to open /join")
 
     ask_timeout: float = _setting(5.0, "actors", "seconds a request waits on an actor before 503")
+    supervise_interval: float = _setting(1.0, "actors", "seconds between checks for a dead actor")
 
     @classmethod
     def load(

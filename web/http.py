@@ -101,7 +101,7 @@ async def login(request: web.Request) -> web.Response:
         raise fail(400, 'Field "password" must be a string.')
 
     address = request.remote or ""
-    auth = request.app[state.AUTH]
+    auth = request.app[state.ACTORS].auth
     result = await ask(auth.login(name, password, address), settings.ask_timeout)
 
     if isinstance(result, LoginDenied):
@@ -132,7 +132,7 @@ async def authorize(request: web.Request) -> tuple[str, TokenInfo]:
 async def check_token(request: web.Request, token: str) -> TokenInfo:
     """Return who owns ``token``; raise 401 when it is unknown or expired."""
     settings = request.app[state.SETTINGS]
-    info = await ask(request.app[state.AUTH].check(token), settings.ask_timeout)
+    info = await ask(request.app[state.ACTORS].auth.check(token), settings.ask_timeout)
     if info is None:
         raise fail(
             401, "The token is invalid or expired; log in again.", **{"WWW-Authenticate": "Bearer"}
@@ -154,7 +154,7 @@ async def history(request: web.Request) -> web.Response:
         raise fail(400, f"Page must be -1 (the newest) or a page number from 0, got {page}.")
 
     settings = request.app[state.SETTINGS]
-    result = await ask(request.app[state.STORE].history(page), settings.ask_timeout)
+    result = await ask(request.app[state.ACTORS].store.history(page), settings.ask_timeout)
     if result is None:
         raise fail(400, f"Page {page} does not exist; request page -1 for the newest.")
     return web.Response(body=result.body, content_type="application/json")
@@ -165,7 +165,7 @@ async def users(request: web.Request) -> web.Response:
     check_query(request, set())
     await authorize(request)
     settings = request.app[state.SETTINGS]
-    online = await ask(request.app[state.STORE].online_users(), settings.ask_timeout)
+    online = await ask(request.app[state.ACTORS].store.online_users(), settings.ask_timeout)
     return web.json_response({"users": online})
 
 
@@ -174,7 +174,7 @@ async def logout(request: web.Request) -> web.Response:
     check_query(request, set())
     token, _ = await authorize(request)
     settings = request.app[state.SETTINGS]
-    await ask(request.app[state.AUTH].logout(token), settings.ask_timeout)
+    await ask(request.app[state.ACTORS].auth.logout(token), settings.ask_timeout)
 
     outboxes = request.app[state.CONNECTIONS].by_token.get(token, set())
     for outbox in list(outboxes):
@@ -185,8 +185,8 @@ async def logout(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: 200 when every actor answers within a second, else 503 naming it."""
     checks = {
-        "auth": request.app[state.AUTH].token_count(),
-        "store": request.app[state.STORE].last_id(),
+        "auth": request.app[state.ACTORS].auth.token_count(),
+        "store": request.app[state.ACTORS].store.last_id(),
     }
     failing = []
     for name, future in checks.items():

@@ -121,7 +121,7 @@ async def join(request: web.Request) -> web.WebSocketResponse:
     session_ref = SessionActor.start(
         session_id=session_id,
         user=user,
-        store=request.app[state.STORE],
+        store=request.app[state.ACTORS].store,
         outbox=outbox,
         encode=encode_text_frames,
         since=since,

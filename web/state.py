@@ -35,13 +35,28 @@ class Connections:
             if not outboxes:
                 del self.by_token[token]
 
+    def close_all(self, code: int, reason: str) -> None:
+        """Start closing every open websocket with ``code`` and ``reason``."""
+        for outboxes in self.by_token.values():
+            for outbox in outboxes:
+                outbox.close_now(code, reason)
+
     def count_for(self, token: str) -> int:
         return len(self.by_token.get(token, ()))
 
 
+@dataclass
+class Actors:
+    """The room's long-lived actors. The supervisor swaps in a new proxy when it restarts one,
+    so handlers read them from here on each request rather than keeping their own.
+    """
+
+    auth: AuthProxy
+    store: MessageStoreProxy
+
+
 SETTINGS = web.AppKey("settings", Settings)
 PASSWORD = web.AppKey("password", str)
-AUTH = web.AppKey("auth", AuthProxy)
-STORE = web.AppKey("store", MessageStoreProxy)
+ACTORS = web.AppKey("actors", Actors)
 CONNECTIONS = web.AppKey("connections", Connections)
 CLIENT_DIR = web.AppKey("client_dir", Path)
