@@ -333,3 +333,27 @@ async def test_token_expiry_closes_socket(room_factory: RoomFactory) -> None:
 
     assert ws.close_code == 1008
     assert await room.get("/users", headers=bearer(token)) is not None
+
+
+async def test_presence_frames_joined_and_left(room: Client) -> None:
+    ann_ws, ann = await join(room, await login(room, "ann"))
+    await receive_json(ann_ws)  # Ann's presence list.
+
+    bob_token = await login(room, "bob")
+    first_tab, bob = await join(room, bob_token)
+    second_tab, _ = await join(room, bob_token)
+    bob_presence = await receive_json(first_tab)
+    await first_tab.close()
+    await second_tab.close()
+
+    events = []
+    while len([event for event in events if event.get("type") == "left"]) < 1:
+        events.append(await receive_json(ann_ws))
+    await ann_ws.close()
+
+    assert sorted(user["name"] for user in bob_presence["users"]) == ["ann", "bob"]
+    joined = [event["user"] for event in events if event.get("type") == "joined"]
+    left = [event["user"] for event in events if event.get("type") == "left"]
+    assert joined.count(bob) == 1  # Two tabs, one user: one joined event.
+    assert left == [bob]
+    assert ann not in left
