@@ -89,6 +89,10 @@ class AuthActor(Actor):
         failures = self._recent_failures(address, now)
         if len(failures) >= self._max_login_failures:
             retry_after = failures[0] + self._failure_window - now
+            logger.warning(
+                f"Login rejected for {name!r} from {address or 'unknown address'}: "
+                f"{len(failures)} failed logins within {self._failure_window:g} s"
+            )
             return LoginDenied("too many failed logins", retry_after=max(retry_after, 1.0))
 
         # hmac.compare_digest takes the same time wherever the first difference is.

@@ -3,18 +3,42 @@
 pykka's ``ThreadingFuture`` can only be waited on by blocking in ``get()``.
 :class:`NotifyingFuture` adds a done-callback, so the web layer can resolve an
 asyncio future from the actor's thread instead (see ``chatroom.web.bridge``).
+
+The base class can also trace every message an actor receives, for
+``chatroom serve --trace-actors``: see :func:`set_tracing`.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import pykka
 from pykka._types import OptExcInfo
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 T = TypeVar("T")
+
+trace_logger = logging.getLogger("chatroom.trace")
+
+# Read by every actor thread for every message, and written only by set_tracing(),
+# so a plain module-level bool is enough: a stale read only delays the switch.
+_tracing = False
+
+
+def set_tracing(enabled: bool) -> None:
+    """Switch message tracing on or off for every chatroom actor.
+
+    When on, each actor logs every message it takes from its mailbox at DEBUG
+    on the ``chatroom.trace`` logger: the actor, the message type and how many
+    messages still wait behind it. When off, the cost is one flag check per message.
+    """
+    global _tracing
+    _tracing = enabled
+
 
 DoneCallback = Callable[["NotifyingFuture[Any]"], None]
 
@@ -73,3 +97,43 @@ class Actor(pykka.ThreadingActor):
     # Actor threads are non-daemon, so an actor left running keeps the process
     # alive; the server stops every actor on shutdown.
     use_daemon_thread: ClassVar[bool] = False
+
+    # NOTE: pykka 4.5 passes every message taken from the mailbox, proxy calls and
+    # stop requests included, to _handle_receive(); it is private but the only
+    # hook that receives them all.
+    def _handle_receive(self, message: Any) -> Any:
+        if _tracing:
+            trace_logger.debug(
+                f"{self.trace_name} received {message_type(message)} "
+                f"({mailbox_depth(self.actor_inbox)} waiting)"
+            )
+        return super()._handle_receive(message)
+
+    @property
+    def trace_name(self) -> str:
+        """The actor's name in trace lines: its class and the first 8 hex digits of its URN."""
+        return f"{type(self).__name__} {self.actor_urn.removeprefix('urn:uuid:')[:8]}"
+
+
+def mailbox_depth(inbox: object) -> int:
+    """Return how many messages wait in a ``ThreadingActor``'s mailbox, a ``queue.Queue``.
+
+    ``qsize()`` only reads the queue's length, so it never waits on the actor.
+    """
+    return cast("queue.Queue[Any]", inbox).qsize()
+
+
+def message_type(message: Any) -> str:
+    """Name a mailbox message for the trace: the method a proxy call runs, or the class name.
+
+    A proxy call's arguments are left out, since they may be a password or a token.
+    """
+    if isinstance(message, ProxyCall):
+        return ".".join(message.attr_path)
+    if isinstance(message, ProxyGetAttr):
+        return "get " + ".".join(message.attr_path)
+    if isinstance(message, ProxySetAttr):
+        return "set " + ".".join(message.attr_path)
+    if isinstance(message, _ActorStop):
+        return "stop"
+    return type(message).__name__

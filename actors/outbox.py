@@ -26,12 +26,25 @@ class Outbox(Protocol):
 class Broadcaster(Protocol):
     """Hands one batch of bytes to many outboxes at once."""
 
-    def __call__(self, targets: Sequence[Outbox], data: bytes, message_count: int) -> None:
-        """Queue ``data`` for every outbox in ``targets``, without waiting for any of them."""
+    def __call__(
+        self,
+        targets: Sequence[Outbox],
+        data: bytes,
+        message_count: int,
+        posted_at: float | None = None,
+    ) -> None:
+        """Queue ``data`` for every outbox in ``targets``, without waiting for any of them.
+
+        ``data`` contains ``message_count`` chat messages. ``posted_at`` is the
+        ``time.monotonic()`` at which the oldest of them was posted, for the
+        delivery latency metric, or None when the batch holds no new post.
+        """
         ...
 
 
-def put_each(targets: Sequence[Outbox], data: bytes, message_count: int) -> None:
+def put_each(
+    targets: Sequence[Outbox], data: bytes, message_count: int, posted_at: float | None = None
+) -> None:
     """Broadcast by calling ``put`` on each outbox; the default, for use without an event loop.
 
     An outbox over its bound is closed with 1008, as the web layer's broadcaster does.

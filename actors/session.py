@@ -89,7 +89,9 @@ class SessionActor(Actor):
         since: int | None = None,
         limits: PostLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_rate_limited: Callable[[], object] | None = None,
     ) -> None:
+        """``on_rate_limited`` runs in this actor's thread for each message rejected for rate."""
         super().__init__()
 
         self._session_id = session_id
@@ -100,6 +102,7 @@ class SessionActor(Actor):
         self._since = since
         self._limits = limits or PostLimits()
         self._clock = clock
+        self._on_rate_limited = on_rate_limited
 
         self._tokens = self._limits.burst
         self._refilled_at = clock()
@@ -146,6 +149,8 @@ class SessionActor(Actor):
             return
 
         if not self._take_token():
+            if self._on_rate_limited is not None:
+                self._on_rate_limited()
             self._rejections_in_row += 1
             if self._rejections_in_row >= self._limits.max_rejections:
                 logger.warning(

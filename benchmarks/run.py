@@ -296,7 +296,8 @@ def default_chatroom() -> Path:
     return Path(on_path) if on_path else beside
 
 
-def chatroom_argv(chatroom: Path) -> list[str]:
+def chatroom_argv(chatroom: Path, data_dir: Path | None = None) -> list[str]:
+    """Return the command that starts chatroom: on a journal in ``data_dir``, else in memory."""
     if not chatroom.exists():
         raise SetupError(
             f"{chatroom} not found; install chatroom into the venv first (pip install -e .)"
@@ -310,14 +311,18 @@ def chatroom_argv(chatroom: Path) -> list[str]:
             f"'{chatroom} serve --help' failed with code {help_text.returncode}:\n"
             f"{help_text.stderr}"
         )
-    if "--memory" in help_text.stdout:
+    if data_dir is not None:
+        if "--data-dir" not in help_text.stdout:
+            raise SetupError(f"'{chatroom} serve --help' lists no --data-dir option")
+        argv += ["--data-dir", str(data_dir)]
+    elif "--memory" in help_text.stdout:
         argv.append("--memory")
     return argv
 
 
-def server_argv(name: str, chatroom: Path) -> list[str]:
+def server_argv(name: str, chatroom: Path, data_dir: Path | None = None) -> list[str]:
     if name == "chatroom":
-        return chatroom_argv(chatroom)
+        return chatroom_argv(chatroom, data_dir)
     script = BENCH_DIR / f"reference_{name}.py"
     return [sys.executable, str(script), "--host", HOST, "--port", "0", "--password", PASSWORD]
 
@@ -421,7 +426,9 @@ def run_once(
 ) -> RunResult:
     result = RunResult(server=name, scenario=scenario, load_average=load_average())
     log_name = f"{name}-{scenario.mode}-{scenario.clients}x{scenario.messages}.log"
-    server = ServerProcess(name, server_argv(name, args.chatroom), LOG_DIR / log_name)
+    # A fresh, empty journal for every run, so runs do not add up.
+    data_dir = workdir / f"data-{log_name}" if args.chatroom_journal else None
+    server = ServerProcess(name, server_argv(name, args.chatroom, data_dir), LOG_DIR / log_name)
     loadgen: subprocess.Popen[str] | None = None
     try:
         started = time.monotonic()
@@ -756,6 +763,12 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=default_chatroom(),
         help="chatroom console script (default: the one beside this Python, else on PATH)",
+    )
+    group.add_argument(
+        "--chatroom-journal",
+        action="store_true",
+        help="run chatroom with its SQLite journal, in a new data directory per run, instead "
+        "of --memory; CHATROOM_JOURNAL_SYNCHRONOUS=full in the environment selects full sync",
     )
     group.add_argument(
         "--plot", type=Path, help="write a PNG of deliveries/s and p99 latency against clients"

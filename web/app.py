@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -12,14 +13,18 @@ import pykka
 from aiohttp import WSCloseCode, web
 
 from chatroom.actors.auth import AuthActor, AuthProxy
-from chatroom.actors.store import MessageStoreActor, MessageStoreProxy
+from chatroom.actors.journal import JournalError, SqliteJournal
+from chatroom.actors.store import JournalOpener, MessageStoreActor, MessageStoreProxy
 from chatroom.web import bridge, http, join
 from chatroom.web.config import Settings
 from chatroom.web.frames import encode_text_frames
+from chatroom.web.metrics import SCRAPE_ASK_TIMEOUT, Metrics, loopback_listener, scrape_handler
 from chatroom.web.state import (
     ACTORS,
     CLIENT_DIR,
     CONNECTIONS,
+    METRICS,
+    METRICS_URL,
     PASSWORD,
     SETTINGS,
     Actors,
@@ -31,6 +36,13 @@ logger = logging.getLogger(__name__)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DATA_DIR = web.AppKey("data_dir", Path)
+"""The directory of the room's journal; unset when the history stays in memory only."""
+
+JOURNAL_OPEN_TIMEOUT = 60.0
+"""Seconds the start waits for the store to open its journal. Restoring reads only the newest
+buckets, but SQLite may first replay a large write-ahead log left by a crash."""
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -44,18 +56,32 @@ SECURITY_HEADERS = {
 
 
 def create_app(
-    settings: Settings, password: str, client_dir: Path | None = None
+    settings: Settings,
+    password: str,
+    client_dir: Path | None = None,
+    *,
+    data_dir: Path | None = None,
 ) -> web.Application:
-    """Build the room's application; its actors start and stop with the app."""
+    """Build the room's application; its actors start and stop with the app.
+
+    With ``data_dir`` the history is journaled there and survives restarts;
+    without it the history lives in memory only.
+    """
     app = web.Application(
         client_max_size=settings.max_request_bytes,
         middlewares=[json_errors, security_headers],
     )
     app[SETTINGS] = settings
     app[PASSWORD] = password
-    app[CONNECTIONS] = Connections()
+    connections = app[CONNECTIONS] = Connections()
     app[CLIENT_DIR] = client_dir or default_client_dir()
+    if data_dir is not None:
+        app[DATA_DIR] = data_dir
+    app[METRICS] = Metrics(connected_sockets=lambda: len(connections.sockets))
 
+    # Before run_actors, so that a metrics port in use fails the start before any actor runs.
+    if settings.metrics == "separate":
+        app.cleanup_ctx.append(run_metrics_listener)
     app.cleanup_ctx.append(run_actors)
     app.on_shutdown.append(close_sockets)
 
@@ -65,6 +91,8 @@ def create_app(
     app.router.add_get("/logout", http.logout)
     app.router.add_post("/logout", http.logout)
     app.router.add_get("/healthz", http.healthz)
+    if settings.metrics == "on":
+        app.router.add_get("/metrics", metrics_scrape_handler(app))
     app.router.add_get("/join", join.join)
     add_client_routes(app, app[CLIENT_DIR])
     return app
@@ -99,9 +127,16 @@ async def run_actors(app: web.Application) -> AsyncIterator[None]:
     """Start the actors in dependency order, and stop them in reverse when the app stops.
 
     A supervisor restarts the auth actor or the store if one of them dies.
+    Raises :class:`JournalError` if the store cannot open or restore its journal.
     """
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
+    journal: JournalOpener | None = None
+    if DATA_DIR in app:
+        journal = functools.partial(
+            SqliteJournal.open, app[DATA_DIR], synchronous=settings.journal_synchronous
+        )
+    journal_checks: set[asyncio.Task[None]] = set()
 
     def start_auth() -> pykka.ActorRef[AuthActor]:
         return AuthActor.start(
@@ -117,7 +152,11 @@ async def run_actors(app: web.Application) -> AsyncIterator[None]:
             max_replay=settings.max_replay,
             presence_delay=settings.presence_delay,
             encode=encode_text_frames,
-            broadcast=bridge.LoopBroadcaster(loop),
+            broadcast=bridge.LoopBroadcaster(loop, app[METRICS]),
+            journal=journal,
+            memory_buckets=settings.memory_buckets,
+            max_messages=settings.max_messages,
+            max_age=settings.max_age,
         )
 
     def replace_auth(ref: pykka.ActorRef[Any]) -> None:
@@ -129,6 +168,10 @@ async def run_actors(app: web.Application) -> AsyncIterator[None]:
         # clients reconnect, with since=, to the new one.
         actors.store = cast(MessageStoreProxy, ref.proxy())
         app[CONNECTIONS].close_all(WSCloseCode.SERVICE_RESTART, "room restarted")
+        if journal is not None:
+            check = loop.create_task(check_restarted_store(ref, settings.shutdown_timeout))
+            journal_checks.add(check)
+            check.add_done_callback(journal_checks.discard)
 
     supervisor = Supervisor(settings.supervise_interval)
     auth_ref = supervisor.watch("auth", start_auth, replace_auth)
@@ -137,6 +180,12 @@ async def run_actors(app: web.Application) -> AsyncIterator[None]:
         auth=cast(AuthProxy, auth_ref.proxy()), store=cast(MessageStoreProxy, store_ref.proxy())
     )
     app[ACTORS] = actors
+    try:
+        await bridge.ask(actors.store.check_journal(), JOURNAL_OPEN_TIMEOUT)
+    except BaseException:
+        for ref in reversed(supervisor.refs()):
+            await bridge.stop_actor(ref, settings.shutdown_timeout)
+        raise
     supervisor.start()
     sweeper = asyncio.create_task(sweep_tokens(actors, settings.token_sweep_interval))
 
@@ -147,6 +196,38 @@ async def run_actors(app: web.Application) -> AsyncIterator[None]:
         await supervisor.stop()
         for ref in reversed(supervisor.refs()):
             await bridge.stop_actor(ref, settings.shutdown_timeout)
+
+
+async def check_restarted_store(ref: pykka.ActorRef[Any], stop_timeout: float) -> None:
+    """Stop a restarted store whose journal failed to open, so the supervisor tries again.
+
+    A store without its journal would hand out ids that the journal already holds.
+    """
+    store = cast(MessageStoreProxy, ref.proxy())
+    try:
+        await bridge.ask(store.check_journal(), JOURNAL_OPEN_TIMEOUT)
+    except JournalError as exc:
+        logger.error(f"The restarted store cannot use its journal; stopping it: {exc}")
+        await bridge.stop_actor(ref, stop_timeout)
+    except (bridge.ActorTimeoutError, pykka.ActorDeadError) as exc:
+        logger.error(f"The restarted store did not report on its journal: {exc}")
+
+
+def metrics_scrape_handler(app: web.Application) -> Handler:
+    """Build the ``GET /metrics`` handler of ``app``'s metrics."""
+
+    async def count_tokens() -> int:
+        return await bridge.ask(app[ACTORS].auth.token_count(), SCRAPE_ASK_TIMEOUT)
+
+    return scrape_handler(app[METRICS], count_tokens)
+
+
+async def run_metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """Serve ``/metrics`` on its own loopback port for as long as the app runs."""
+    port = app[SETTINGS].metrics_port
+    async with loopback_listener(metrics_scrape_handler(app), port) as url:
+        app[METRICS_URL] = url
+        yield
 
 
 async def sweep_tokens(actors: Actors, interval: float) -> None:
@@ -182,6 +263,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except pykka.ActorDeadError as exc:
         logger.error(f"{request.method} {request.path} reached a stopped actor: {exc}")
         return http.error_response(503, "The room is shutting down or unavailable.")
+    except JournalError as exc:
+        logger.error(f"{request.method} {request.path} failed to read the journal: {exc}")
+        return http.error_response(
+            500, "The history could not be read; the server log has details."
+        )
 
 
 def _error_text(exc: web.HTTPException) -> str:

@@ -18,13 +18,16 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 from aiohttp import web
 
 from chatroom.actors.base import NotifyingFuture
 from chatroom.actors.outbox import Outbox
+
+if TYPE_CHECKING:
+    from chatroom.web.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -87,24 +90,37 @@ async def stop_actor(ref: pykka.ActorRef[Any], timeout: float) -> None:
 class LoopBroadcaster:
     """The store's broadcaster: one crossing into the event loop per fan-out batch.
 
-    The store calls it from its thread with the outboxes of every subscriber;
-    the loop then writes the same bytes to each socket.
+    The store calls it from its thread with the outboxes of every subscriber,
+    and the loop then writes the same bytes to each socket. After the last
+    write, the batch is counted in ``metrics`` once.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics | None = None) -> None:
         self._loop = loop
+        self._metrics = metrics
 
-    def __call__(self, targets: Sequence[Outbox], data: bytes, message_count: int) -> None:
+    def __call__(
+        self,
+        targets: Sequence[Outbox],
+        data: bytes,
+        message_count: int,
+        posted_at: float | None = None,
+    ) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._write_all, targets, data, message_count)
+            self._loop.call_soon_threadsafe(
+                self._write_all, targets, data, message_count, posted_at
+            )
         except RuntimeError:
             logger.debug("Fan-out after the event loop closed")
 
-    @staticmethod
-    def _write_all(targets: Sequence[Outbox], data: bytes, message_count: int) -> None:
+    def _write_all(
+        self, targets: Sequence[Outbox], data: bytes, message_count: int, posted_at: float | None
+    ) -> None:
         for outbox in targets:
             # Every outbox in the web layer is a LoopOutbox.
             cast(LoopOutbox, outbox).write(data, message_count)
+        if self._metrics is not None:
+            self._metrics.record_batch(len(targets), message_count, posted_at)
 
 
 class LoopOutbox:
@@ -128,12 +144,14 @@ class LoopOutbox:
         *,
         max_bytes: int,
         max_messages: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self._loop = loop
         self._ws = ws
         self._transport = transport
         self._max_bytes = max_bytes
         self._max_messages = max_messages
+        self._metrics = metrics
 
         # Each write's end offset in the byte stream and its message count, so
         # the messages still in the write buffer can be counted.
@@ -142,6 +160,9 @@ class LoopOutbox:
         self._messages_buffered = 0
 
         self._closing = False
+        # The code and reason this side closed the socket with; None if the peer closed first.
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
         self.close_task: asyncio.Task[bool] | None = None
 
     # Called from any thread.
@@ -163,6 +184,8 @@ class LoopOutbox:
     def write(self, data: bytes, message_count: int) -> None:
         """Write ``data`` to the socket, or close it if its buffer is over the bound."""
         if self._closing or self._transport.is_closing():
+            if self._metrics is not None and message_count:
+                self._metrics.deliveries_dropped.inc(message_count)
             return
         self._transport.write(data)
 
@@ -181,6 +204,9 @@ class LoopOutbox:
                 f"Closing a client that cannot keep up: {self._bytes_written - sent} bytes, "
                 f"{self._messages_buffered} messages waiting"
             )
+            if self._metrics is not None:
+                self._metrics.slow_clients_closed.inc()
+                self._metrics.deliveries_dropped.inc(self._messages_buffered)
             self.close_now(1008, "client cannot keep up")
 
     def close_now(self, code: int, reason: str) -> None:
@@ -188,6 +214,8 @@ class LoopOutbox:
         if self._closing:
             return
         self._closing = True
+        self.close_code = code
+        self.close_reason = reason
         if not self._ws.closed:
             self.close_task = self._loop.create_task(
                 self._ws.close(code=code, message=reason.encode())

@@ -1,4 +1,8 @@
-"""The ``chatroom`` command line: ``chatroom serve`` starts one room."""
+"""The ``chatroom`` command line: ``chatroom serve`` starts one room.
+
+``chatroom export`` and ``chatroom import`` copy a room's history out of and
+into a data directory as JSON Lines.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from pathlib import Path
 import pykka
 from aiohttp import web
 
+from chatroom.actors.journal import JournalError
+from chatroom.web import backup
 from chatroom.web.app import create_app
 from chatroom.web.config import ConfigError, Settings
 from chatroom.web.logs import AccessLogger, setup_logging
@@ -52,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="TOML file of settings (default: ./config.toml when it exists)",
     )
+    add_data_dir_options(serve, with_config=False)
+    serve.add_argument(
+        "--memory",
+        action="store_true",
+        help="keep the history in memory only, without a journal; it is lost when the room stops",
+    )
     serve.add_argument(
         "--log-level",
         default="INFO",
@@ -64,7 +76,45 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="log line format on standard error (default: text)",
     )
+    serve.add_argument(
+        "--trace-actors",
+        action="store_true",
+        help="log every message each actor receives (actor, message type, mailbox depth) "
+        "at DEBUG on the chatroom.trace logger, whatever --log-level is",
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="write the history as JSON Lines to standard output",
+        description="Write every message of a data directory's journal to standard output, "
+        "one JSON object per line, oldest first. A server may keep running on the directory.",
+    )
+    add_data_dir_options(export)
+    restore = commands.add_parser(
+        "import",
+        help="read a JSON Lines history from standard input into an empty data directory",
+        description="Create a data directory's journal from JSON Lines on standard input, "
+        "as written by 'chatroom export'. The directory must hold no messages yet, and no "
+        "server may run on it. Nothing is written unless every line is valid.",
+    )
+    add_data_dir_options(restore)
     return parser
+
+
+def add_data_dir_options(parser: argparse.ArgumentParser, *, with_config: bool = True) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="directory of the room's journal (default: data_dir from the settings, ./data)",
+    )
+    if with_config:
+        parser.add_argument(
+            "--config",
+            type=Path,
+            metavar="PATH",
+            help="TOML file of settings, read for data_dir (default: ./config.toml when it exists)",
+        )
 
 
 def read_password(args: argparse.Namespace) -> str:
@@ -94,13 +144,20 @@ def load_settings(args: argparse.Namespace) -> tuple[Settings, Path | None]:
     if config_path is None and DEFAULT_CONFIG.is_file():
         config_path = DEFAULT_CONFIG
     path = Path(config_path) if config_path is not None else None
-    overrides = {"host": args.host, "port": args.port}
+    overrides = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "data_dir": str(args.data_dir) if args.data_dir is not None else None,
+    }
     return Settings.load(path, os.environ, overrides), path
 
 
-async def serve(settings: Settings, password: str) -> None:
-    """Run the room until SIGINT or SIGTERM, then close every socket and stop the actors."""
-    app = create_app(settings, password)
+async def serve(settings: Settings, password: str, data_dir: Path | None = None) -> None:
+    """Run the room until SIGINT or SIGTERM, then close every socket and stop the actors.
+
+    With ``data_dir``, the history is journaled there; without it, it stays in memory.
+    """
+    app = create_app(settings, password, data_dir=data_dir)
     runner = web.AppRunner(
         app,
         access_log_class=AccessLogger,
@@ -119,7 +176,8 @@ async def serve(settings: Settings, password: str) -> None:
 
     host, port = runner.addresses[0][:2]
     shown_host = f"[{host}]" if ":" in host else host
-    logger.info(f"Room open at http://{shown_host}:{port}/ (event loop: {loop_name()})")
+    history = f"data directory {data_dir}" if data_dir is not None else "history in memory only"
+    logger.info(f"Room open at http://{shown_host}:{port}/ ({history}, event loop: {loop_name()})")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,8 +204,10 @@ def install_uvloop() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("export", "import"):
+        return transfer_history(args)
 
-    setup_logging(args.log_level, args.log_format)
+    setup_logging(args.log_level, args.log_format, trace_actors=args.trace_actors)
     try:
         settings, config_path = load_settings(args)
         password = read_password(args)
@@ -156,15 +216,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logger.info(f"Settings from {config_path or 'built-in defaults'}")
 
+    data_dir = None if args.memory else Path(settings.data_dir)
     install_uvloop()
     try:
-        asyncio.run(serve(settings, password))
-    except ConfigError as exc:
+        asyncio.run(serve(settings, password, data_dir))
+    except (ConfigError, JournalError) as exc:
         print(f"chatroom: error: {exc}", file=sys.stderr)
         return 2
     finally:
         stop_leftover_actors()
     logger.info("Room stopped")
+    return 0
+
+
+def transfer_history(args: argparse.Namespace) -> int:
+    """Run ``chatroom export`` or ``chatroom import``; return the exit status."""
+    setup_logging("WARNING", "text")
+    try:
+        settings, _ = load_settings(args)
+        data_dir = Path(settings.data_dir)
+        if args.command == "export":
+            count = backup.export_history(data_dir, sys.stdout.buffer)
+            print(f"chatroom: exported {count} messages from {data_dir}", file=sys.stderr)
+        else:
+            count = backup.import_history(data_dir, sys.stdin.buffer)
+            print(f"chatroom: imported {count} messages into {data_dir}", file=sys.stderr)
+    except (ConfigError, JournalError, backup.InvalidHistoryError) as exc:
+        print(f"chatroom: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader of the export stopped early, as `chatroom export | head` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -9,9 +9,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from chatroom.actors.journal import SYNCHRONOUS_MODES
+
 
 class ConfigError(Exception):
     """Raised when a setting from a file, the environment or the command line is invalid."""
+
+
+PORT_SETTINGS = ("port", "metrics_port")
+# Limits where 0 means "no limit", so they may be 0 but not negative.
+OPTIONAL_LIMITS = ("max_messages", "max_age")
+METRICS_MODES = ("off", "on", "separate")
 
 
 def _setting(default: Any, section: str, help: str) -> Any:
@@ -31,6 +39,12 @@ class Settings:
     max_request_bytes: int = _setting(65536, "server", "largest accepted HTTP request body, bytes")
     shutdown_timeout: float = _setting(
         5.0, "server", "seconds to wait for sockets to close on stop"
+    )
+    metrics: str = _setting(
+        "on", "server", "GET /metrics: off, on (this port) or separate (metrics_port)"
+    )
+    metrics_port: int = _setting(
+        8081, "server", "loopback TCP port of /metrics when metrics is separate; 0 picks one"
     )
 
     token_lifetime: float = _setting(86400.0, "auth", "seconds a token stays valid after login")
@@ -62,6 +76,22 @@ class Settings:
     ask_timeout: float = _setting(5.0, "actors", "seconds a request waits on an actor before 503")
     supervise_interval: float = _setting(1.0, "actors", "seconds between checks for a dead actor")
 
+    data_dir: str = _setting(
+        "data", "storage", "directory of the journal; relative paths start at the working directory"
+    )
+    journal_synchronous: str = _setting(
+        "normal", "storage", "normal survives a process crash; full also survives a power loss"
+    )
+    memory_buckets: int = _setting(
+        50, "storage", "newest buckets kept in memory; older pages are read from the journal"
+    )
+    max_messages: int = _setting(
+        0, "storage", "keep at least this many newest messages, delete older buckets; 0 keeps all"
+    )
+    max_age: float = _setting(
+        0.0, "storage", "delete buckets whose newest message is older, in seconds; 0 keeps all"
+    )
+
     @classmethod
     def load(
         cls,
@@ -84,11 +114,31 @@ class Settings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a value out of range."""
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        for name in PORT_SETTINGS:
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
+        if self.metrics not in METRICS_MODES:
+            raise ConfigError(
+                f"metrics must be one of {', '.join(METRICS_MODES)}, got {self.metrics!r}"
+            )
+        if self.journal_synchronous not in SYNCHRONOUS_MODES:
+            raise ConfigError(
+                f"journal_synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, "
+                f"got {self.journal_synchronous!r}"
+            )
+        if not self.data_dir:
+            raise ConfigError("data_dir must not be empty; use --memory to run without a journal")
+        for name in OPTIONAL_LIMITS:
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name} must be 0 (no limit) or greater, got {getattr(self, name)}"
+                )
         for item in fields(self):
             value = getattr(self, item.name)
-            if isinstance(value, int | float) and item.name != "port" and value <= 0:
+            if item.name in PORT_SETTINGS or item.name in OPTIONAL_LIMITS:
+                continue
+            if isinstance(value, int | float) and value <= 0:
                 raise ConfigError(f"{item.name} must be greater than 0, got {value}")
 
     def replace(self, **changes: Any) -> Settings:
@@ -138,7 +188,7 @@ def _parse_text(name: str, text: str, item: dataclasses.Field[Any]) -> Any:
         if kind is float:
             return float(text)
     except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+        raise ConfigError(f"{name} must be {_KIND_NAMES[kind]}, got {text!r}") from None
     return text
 
 
@@ -147,10 +197,19 @@ def _check_type(name: str, value: Any, item: dataclasses.Field[Any]) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{name} must be {_KIND_NAMES[kind]}, got {value!r}")
     if isinstance(value, list) and not all(isinstance(part, str) for part in value):
         raise ConfigError(f"{name} must be a list of strings, got {value!r}")
     return value
+
+
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list of strings",
+    bool: "true or false",
+}
 
 
 def _kind(item: dataclasses.Field[Any]) -> type:

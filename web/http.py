@@ -13,11 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pykka
 from aiohttp import WSCloseCode, web
 
 from chatroom.actors.auth import LoginDenied, TokenInfo
 from chatroom.web import state
-from chatroom.web.bridge import ask
+from chatroom.web.bridge import ActorTimeoutError, ask
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ async def login(request: web.Request) -> web.Response:
     result = await ask(auth.login(name, password, address), settings.ask_timeout)
 
     if isinstance(result, LoginDenied):
+        reason = "wrong_password" if result.retry_after is None else "rate_limited"
+        request.app[state.METRICS].login_failures.labels(reason).inc()
         if result.retry_after is not None:
             seconds = str(int(result.retry_after + 0.999))
             raise fail(
@@ -141,7 +144,27 @@ async def check_token(request: web.Request, token: str) -> TokenInfo:
 
 
 async def history(request: web.Request) -> web.Response:
-    """``GET /history?page=N``: bucket N, oldest first; no page or -1 means the newest."""
+    """``GET /history?page=N``: bucket N, oldest first; no page or -1 means the newest.
+
+    Every request is counted in the history metric by the status it ends with.
+    """
+    metrics = request.app[state.METRICS]
+    try:
+        response = await read_history(request)
+    except web.HTTPException as exc:
+        metrics.count_history_request(exc.status)
+        raise
+    except (ActorTimeoutError, pykka.ActorDeadError):
+        metrics.count_history_request(503)  # The json_errors middleware returns 503.
+        raise
+    except Exception:
+        metrics.count_history_request(500)
+        raise
+    metrics.count_history_request(response.status)
+    return response
+
+
+async def read_history(request: web.Request) -> web.Response:
     check_query(request, {"page"})
     await authorize(request)
 
@@ -192,7 +215,8 @@ async def healthz(request: web.Request) -> web.Response:
     for name, future in checks.items():
         try:
             await ask(future, 1.0)
-        except Exception:
+        except Exception as exc:
+            logger.warning(f"Health check failed for the {name} actor: {exc!r}")
             failing.append(name)
     if failing:
         return web.json_response({"status": "unavailable", "failing": failing}, status=503)

@@ -107,6 +107,7 @@ async def join(request: web.Request) -> web.WebSocketResponse:
         transport,
         max_bytes=settings.queue_max_bytes,
         max_messages=settings.queue_max_messages,
+        metrics=request.app[state.METRICS],
     )
     session_id = uuid.uuid4().hex[:12]
     user = info.user
@@ -131,10 +132,11 @@ async def join(request: web.Request) -> web.WebSocketResponse:
             burst=settings.post_burst,
             max_rejections=settings.max_rate_rejections,
         ),
+        on_rate_limited=request.app[state.METRICS].rate_limited_messages.inc,
     )
     session: SessionProxy = session_ref.proxy()  # type: ignore[assignment]
     started = time.monotonic()
-    logger.debug(f"Session {session_id} of user {user.id} opened from {request.remote}")
+    logger.info(f"Session {session_id} of user {user.id} opened from {request.remote}")
 
     try:
         async for message in ws:
@@ -147,9 +149,14 @@ async def join(request: web.Request) -> web.WebSocketResponse:
         expiry.cancel()
         connections.remove(token, ws, outbox)
         session_ref.stop(block=False)
-        logger.debug(
-            f"Session {session_id} of user {user.id} closed with code {ws.close_code} "
-            f"after {time.monotonic() - started:.1f} s"
+        # The server's own code and reason when it closed first, since the peer's
+        # reply overwrites ws.close_code. NOTE: aiohttp does not keep the reason
+        # a peer sends with its close frame.
+        code = outbox.close_code or ws.close_code
+        reason = outbox.close_reason or "closed by the client, the network or shutdown"
+        logger.info(
+            f"Session {session_id} of user {user.id} closed with code {code} "
+            f"({reason}) after {time.monotonic() - started:.1f} s"
         )
 
     if outbox.close_task is not None:

@@ -6,10 +6,17 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+
+from chatroom.actors.base import set_tracing, trace_logger
 
 _TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&]*")
 
@@ -45,9 +52,82 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level: str, log_format: str) -> None:
-    """Send every log record at ``level`` or above to standard error as text or JSON."""
+@dataclass(slots=True)
+class _Window:
+    started: float
+    passed: int = 1
+    suppressed: int = 0
+
+
+class RepeatFilter(logging.Filter):
+    """Pass the first ``limit`` identical records per ``interval`` seconds and count the rest.
+
+    Records are identical when their logger, level and formatted message are
+    equal, and only records at ``min_level`` or above are limited. The first
+    identical record after the interval carries the count of those suppressed.
+
+    NOTE: a count is reported only when the same message comes again after
+    the interval, and it is lost when more than ``max_keys`` distinct
+    messages push its entry out.
+    """
+
+    def __init__(
+        self,
+        limit: int = 5,
+        interval: float = 60.0,
+        *,
+        min_level: int = logging.WARNING,
+        max_keys: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._limit = limit
+        self._interval = interval
+        self._min_level = min_level
+        self._max_keys = max_keys
+        self._clock = clock
+        # Oldest window first, so the entries dropped past max_keys are the stalest.
+        self._windows: OrderedDict[tuple[str, int, str], _Window] = OrderedDict()
+        self._lock = threading.Lock()  # Actor threads and the event loop log concurrently.
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self._min_level:
+            return True
+        message = record.getMessage()
+        key = (record.name, record.levelno, message)
+        now = self._clock()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is not None and now - window.started < self._interval:
+                if window.passed < self._limit:
+                    window.passed += 1
+                    return True
+                window.suppressed += 1
+                return False
+
+            self._windows[key] = _Window(now)
+            self._windows.move_to_end(key)
+            while len(self._windows) > self._max_keys:
+                self._windows.popitem(last=False)
+
+        if window is not None and window.suppressed:
+            record.msg = (
+                f"{message} ({window.suppressed} identical messages suppressed "
+                f"in the previous {self._interval:g} s)"
+            )
+            record.args = None
+        return True
+
+
+def setup_logging(level: str, log_format: str, *, trace_actors: bool = False) -> None:
+    """Send every log record at ``level`` or above to standard error as text or JSON.
+
+    Identical warnings and errors are rate-limited by :class:`RepeatFilter`.
+    With ``trace_actors``, every message an actor receives is logged at DEBUG on
+    ``chatroom.trace``, whatever ``level`` is.
+    """
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -60,3 +140,7 @@ def setup_logging(level: str, log_format: str) -> None:
     # pykka logs each exception returned to a caller at INFO; show those only when debugging.
     if root.level > logging.DEBUG:
         logging.getLogger("pykka").setLevel(logging.WARNING)
+
+    set_tracing(trace_actors)
+    if trace_actors:
+        trace_logger.setLevel(logging.DEBUG)

@@ -11,6 +11,7 @@ from chatroom.actors.auth import AuthProxy
 from chatroom.actors.store import MessageStoreProxy
 from chatroom.web.bridge import LoopOutbox
 from chatroom.web.config import Settings
+from chatroom.web.metrics import Metrics
 
 
 @dataclass
@@ -60,3 +61,6 @@ PASSWORD = web.AppKey("password", str)
 ACTORS = web.AppKey("actors", Actors)
 CONNECTIONS = web.AppKey("connections", Connections)
 CLIENT_DIR = web.AppKey("client_dir", Path)
+METRICS = web.AppKey("metrics", Metrics)
+METRICS_URL = web.AppKey("metrics_url", str)
+"""URL of ``/metrics`` on the separate loopback listener, set only when metrics is separate."""

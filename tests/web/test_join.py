@@ -346,7 +346,7 @@ async def test_presence_frames_joined_and_left(room: Client) -> None:
     await first_tab.close()
     await second_tab.close()
 
-    events = []
+    events: list[dict[str, Any]] = []
     while len([event for event in events if event.get("type") == "left"]) < 1:
         events.append(await receive_json(ann_ws))
     await ann_ws.close()
