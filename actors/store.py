@@ -15,7 +15,7 @@ from typing import Any
 import pykka
 from pykka.typing import ActorMemberMixin, proxy_method
 
-from chatroom.actors.base import Actor
+from chatroom.actors.base import Actor, mailbox_depth
 from chatroom.actors.journal import Journal, JournalError
 from chatroom.actors.messages import ChatMessage, User, encode_json
 from chatroom.actors.outbox import Broadcaster, Outbox, put_each
@@ -28,6 +28,12 @@ Encoder = Callable[[Sequence[bytes]], bytes]
 JournalOpener = Callable[[], Journal]
 """Opens the journal; the store calls it in its own thread, because SQLite connections are
 bound to the thread that opened them."""
+
+MAX_BATCH_FRAMES = 2000
+"""Most frames one fan-out batch collects before the flush stops waiting for more posts."""
+
+MAX_FLUSH_DEFERRALS = 16
+"""Most times one flush goes behind newer mailbox messages, which bounds the wait of a post."""
 
 OLD_PAGE_CACHE_SIZE = 16
 """Bodies of pages older than the in-memory buckets that the store keeps, newest use first."""
@@ -149,11 +155,16 @@ class MessageStoreActor(Actor):
         self._oldest_pending_at = 0.0  # time.monotonic() of the first post in _pending_messages.
         self._pending_payloads: list[bytes] = []
         self._flush_scheduled = False
+        self._flush_deferrals = 0
         self._presence_timer: threading.Timer | None = None
 
         self._subscribers: dict[str, _Subscriber] = {}
+        # The outboxes of every subscriber, rebuilt at the next flush after a
+        # change, so that many clients joining or leaving at once cost O(N) once.
         self._targets: tuple[Outbox, ...] = ()
+        self._targets_stale = False
         self._online: Counter[User] = Counter()
+        self._online_payloads: dict[User, bytes] = {}  # Each online user's JSON, in join order.
 
     def on_start(self) -> None:
         if self._open_journal is None:
@@ -228,16 +239,18 @@ class MessageStoreActor(Actor):
         # It receives its own "joined" event there too, which the client can
         # ignore since the presence list already names it.
         if self._online[user] == 0:
-            self._queue_presence(encode_json({"type": "joined", "user": user.to_wire()}))
+            user_payload = encode_json(user.to_wire())
+            self._online_payloads[user] = user_payload
+            self._queue_presence(b'{"type":"joined","user":%s}' % user_payload)
 
         self._subscribers[session_id] = _Subscriber(user, outbox)
-        self._targets = tuple(subscriber.outbox for subscriber in self._subscribers.values())
+        self._targets_stale = True
         self._online[user] += 1
 
-        frames = [
-            encode_json(user.to_wire()),
-            encode_json({"type": "presence", "users": self._online_wire()}),
-        ]
+        # The presence list is joined from each user's JSON, serialised once per
+        # user, since a room of N clients sends N lists of up to N users.
+        users = b",".join(self._online_payloads.values())
+        frames = [self._online_payloads[user], b'{"type":"presence","users":[%s]}' % users]
         backlog: list[ChatMessage] = []
         if since is not None:
             backlog = self._messages_after(since)
@@ -259,13 +272,14 @@ class MessageStoreActor(Actor):
         subscriber = self._subscribers.pop(session_id, None)
         if subscriber is None:
             return
-        self._targets = tuple(subscriber.outbox for subscriber in self._subscribers.values())
+        self._targets_stale = True
 
         user = subscriber.user
         self._online[user] -= 1
         if self._online[user] == 0:
             del self._online[user]
-            self._queue_presence(encode_json({"type": "left", "user": user.to_wire()}))
+            user_payload = self._online_payloads.pop(user)
+            self._queue_presence(b'{"type":"left","user":%s}' % user_payload)
         logger.debug(f"Session {session_id} of user {user.id} unsubscribed")
 
     # Queries from the web layer.
@@ -315,9 +329,28 @@ class MessageStoreActor(Actor):
     def on_receive(self, message: Any) -> None:
         """Handle messages that are not proxy calls: only the private ``_Flush``."""
         if isinstance(message, _Flush):
+            if self._should_defer_flush():
+                self.actor_ref.tell(_FLUSH)  # Behind the messages now waiting.
+                return
             self._flush()
         else:
             logger.warning(f"Message store ignored an unexpected message: {message!r}")
+
+    def _should_defer_flush(self) -> bool:
+        """Return True when posts may still join this batch: more messages wait in
+        the mailbox, and the batch and its deferrals are under their caps.
+
+        During a burst the flush then runs once the mailbox has drained, so a
+        thousand posts arriving from a thousand session threads share a few
+        fan-outs. When the room is quiet the mailbox is empty and the flush
+        runs at once, so a lone message is not delayed.
+        """
+        if self._flush_deferrals >= MAX_FLUSH_DEFERRALS:
+            return False
+        if len(self._pending_payloads) >= MAX_BATCH_FRAMES or not mailbox_depth(self.actor_inbox):
+            return False
+        self._flush_deferrals += 1
+        return True
 
     def _flush(self) -> None:
         """Commit the queued messages, append them to the history and fan the batch out.
@@ -326,6 +359,7 @@ class MessageStoreActor(Actor):
         no session receives a message that a crash could lose.
         """
         self._flush_scheduled = False
+        self._flush_deferrals = 0
         if self._presence_timer is not None:
             self._presence_timer.cancel()
             self._presence_timer = None
@@ -347,6 +381,9 @@ class MessageStoreActor(Actor):
 
         if payloads:
             posted_at = self._oldest_pending_at if messages else None
+            if self._targets_stale:
+                self._targets = tuple(sub.outbox for sub in self._subscribers.values())
+                self._targets_stale = False
             self._broadcast(self._targets, self._encode(payloads), len(messages), posted_at)
         if self._newest is not None and self._newest.number != newest_number:
             self._trim_buckets()  # After the fan-out, which it would only delay.

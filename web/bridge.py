@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
@@ -87,17 +89,32 @@ async def stop_actor(ref: pykka.ActorRef[Any], timeout: float) -> None:
         logger.warning(f"{ref} had already stopped")
 
 
-class LoopBroadcaster:
-    """The store's broadcaster: one crossing into the event loop per fan-out batch.
+@dataclass(slots=True)
+class _Batch:
+    """Fan-out data waiting for the event loop, for one set of recipients."""
 
-    The store calls it from its thread with the outboxes of every subscriber,
-    and the loop then writes the same bytes to each socket. After the last
-    write, the batch is counted in ``metrics`` once.
+    targets: Sequence[Outbox]
+    chunks: list[bytes]
+    message_count: int
+    posted_at: float | None
+
+
+class LoopBroadcaster:
+    """The store's broadcaster: hands fan-out batches to the event loop, which writes them.
+
+    The store calls it from its thread with the outboxes of every subscriber.
+    A batch that arrives while the loop has not yet written the one before it,
+    for the same recipients, joins that one. So when the loop falls behind
+    during a burst, each socket still gets one write per loop turn rather than
+    one per batch, and the store's thread never waits. After the last write,
+    each batch is counted in ``metrics`` once.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics | None = None) -> None:
         self._loop = loop
         self._metrics = metrics
+        self._lock = threading.Lock()
+        self._waiting: list[_Batch] = []  # In order; only the last one may still grow.
 
     def __call__(
         self,
@@ -106,21 +123,32 @@ class LoopBroadcaster:
         message_count: int,
         posted_at: float | None = None,
     ) -> None:
+        with self._lock:
+            last = self._waiting[-1] if self._waiting else None
+            if last is not None and last.targets is targets:
+                last.chunks.append(data)
+                last.message_count += message_count
+                if last.posted_at is None:
+                    last.posted_at = posted_at
+                return
+            self._waiting.append(_Batch(targets, [data], message_count, posted_at))
+            if last is not None:
+                return  # The hand-off for the earlier batch is already scheduled.
         try:
-            self._loop.call_soon_threadsafe(
-                self._write_all, targets, data, message_count, posted_at
-            )
+            self._loop.call_soon_threadsafe(self._write_waiting)
         except RuntimeError:
             logger.debug("Fan-out after the event loop closed")
 
-    def _write_all(
-        self, targets: Sequence[Outbox], data: bytes, message_count: int, posted_at: float | None
-    ) -> None:
-        for outbox in targets:
-            # Every outbox in the web layer is a LoopOutbox.
-            cast(LoopOutbox, outbox).write(data, message_count)
-        if self._metrics is not None:
-            self._metrics.record_batch(len(targets), message_count, posted_at)
+    def _write_waiting(self) -> None:
+        with self._lock:
+            batches, self._waiting = self._waiting, []
+        for batch in batches:
+            data = b"".join(batch.chunks)
+            for outbox in batch.targets:
+                # Every outbox in the web layer is a LoopOutbox.
+                cast(LoopOutbox, outbox).write(data, batch.message_count)
+            if self._metrics is not None:
+                self._metrics.record_batch(len(batch.targets), batch.message_count, batch.posted_at)
 
 
 class LoopOutbox:
