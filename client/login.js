@@ -27,6 +27,13 @@ let loginRetryTimer = null;
  */
 export function initLoginForm(onLoggedIn) {
   ui.loginForm.addEventListener("submit", (event) => onLoginSubmit(event, onLoggedIn));
+  // An error about the last attempt is stale once the user edits the form, even
+  // when the browser's own validation then stops the next submit.
+  for (const input of [ui.loginName, ui.loginPassword]) {
+    input.addEventListener("input", () => {
+      if (!ui.loginButton.disabled) ui.loginError.textContent = "";
+    });
+  }
 }
 
 /** Hides the log-in form when the chat view takes over. */

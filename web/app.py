@@ -239,11 +239,16 @@ async def sweep_tokens(actors: Actors, interval: float) -> None:
 
 async def close_sockets(app: web.Application) -> None:
     """Close every websocket with 1001 (going away) before the actors stop."""
-    sockets = list(app[CONNECTIONS].sockets)
-    if sockets:
-        logger.info(f"Closing {len(sockets)} websockets")
+    connections = app[CONNECTIONS]
+    if connections.sockets:
+        logger.info(f"Closing {len(connections.sockets)} websockets")
+    # Through each outbox, so that the session's close log shows this code and reason.
+    connections.close_all(WSCloseCode.GOING_AWAY, "server shutting down")
     closing = [
-        ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets
+        outbox.close_task
+        for outboxes in connections.by_token.values()
+        for outbox in outboxes
+        if outbox.close_task is not None
     ]
     await asyncio.gather(*closing, return_exceptions=True)
 

@@ -124,14 +124,12 @@ async def test_broadcaster_merges_batches_loop_has_not_written() -> None:
     outboxes = [RecordingOutbox() for _ in range(3)]
     targets: Sequence[Any] = tuple(outboxes)
 
-    # Called back to back from another thread, before the loop gets a turn.
-    def fan_out() -> None:
-        broadcaster(targets, b"one\n", 1)
-        broadcaster(targets, b"two\n", 1)
-        broadcaster((outboxes[0],), b"welcome\n", 0)
-        broadcaster(targets, b"three\n", 1)
-
-    await asyncio.to_thread(fan_out)
+    # Called back to back without yielding, so the loop cannot write in between,
+    # as when the store hands over batches faster than the loop writes them.
+    broadcaster(targets, b"one\n", 1)
+    broadcaster(targets, b"two\n", 1)
+    broadcaster((outboxes[0],), b"welcome\n", 0)
+    broadcaster(targets, b"three\n", 1)
     await asyncio.sleep(0.01)
 
     assert outboxes[0].writes == [(b"one\ntwo\n", 2), (b"welcome\n", 0), (b"three\n", 1)]

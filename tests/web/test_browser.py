@@ -428,15 +428,24 @@ def test_wrong_password_shows_inline_error(server: str, pages: Pages) -> None:
 def test_bad_name_shows_server_error(server: str, pages: Pages) -> None:
     page = pages.new()
     page.goto(server + "/")
-    status, body = http_json("POST", f"{server}/login", {"user": "x" * 33, "password": PASSWORD})
+    status, body = http_json("POST", f"{server}/login", {"user": "   ", "password": PASSWORD})
     assert status == 400
 
-    page.get_by_label("Display name").fill("x" * 33)
+    page.get_by_label("Display name").fill("   ")
     page.get_by_label("Room password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
 
     expect(page.locator("#login-error")).to_have_text(body["error"])
     expect(page.locator("#chat-view")).to_be_hidden()
+
+
+def test_name_field_stops_at_32_characters(server: str, pages: Pages) -> None:
+    page = pages.new()
+    page.goto(server + "/")
+
+    page.get_by_label("Display name").fill("x" * 40)
+
+    assert page.get_by_label("Display name").input_value() == "x" * 32
 
 
 def test_unreachable_server_shows_inline_error(server: str, pages: Pages) -> None:

@@ -334,5 +334,6 @@ def test_sigterm_closes_sockets_1001_and_exits_zero() -> None:
     assert status == 0
     assert codes == [1001] * clients
     assert "Room stopped" in log
+    assert log.count("closed with code 1001 (server shutting down)") == clients
     assert "still running" not in log
     assert time.monotonic() - started < 110  # Bounded by the test timeout, not a speed claim.
