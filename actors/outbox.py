@@ -1,4 +1,4 @@
-"""Where actors hand over bytes for the clients' sockets.
+"""Outboxes and broadcasters: how actors hand bytes to the clients' sockets.
 
 The actors never touch a socket. The web layer gives each session an
 :class:`Outbox` and gives the store a :class:`Broadcaster`; both only hand

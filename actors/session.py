@@ -27,7 +27,7 @@ INTERNAL_ERROR = 1011
 
 @dataclass(frozen=True, slots=True)
 class PostLimits:
-    """What a client may post: body size, and a token bucket for its rate.
+    """Posting limits of one client: the body size, and a token bucket for its rate.
 
     ``rate`` tokens per second refill a bucket of ``burst`` tokens, and each
     message takes one. A client that has ``max_rejections`` messages rejected
@@ -64,7 +64,7 @@ def closes_on_error(
 
 
 class SessionActor(Actor):
-    """One client's actor: relays its frames to the store and answers it when they are invalid.
+    """One client's actor: relays its frames to the store, rejecting invalid ones.
 
     The actor checks each body (blank, too large, too fast) and posts the
     valid ones to the store. It never touches the socket: what it sends the
@@ -131,7 +131,7 @@ class SessionActor(Actor):
 
     @closes_on_error
     def receive_text(self, body: str) -> None:
-        """Post ``body`` to the store, or answer the client with an error frame."""
+        """Post ``body`` to the store, or send the client an error frame saying why not."""
         if self._closed:
             return
 

@@ -117,7 +117,7 @@ def add_client_routes(app: web.Application, client_dir: Path) -> None:
 def default_client_dir() -> Path:
     """Return the folder of the browser client, ``client/`` beside this package.
 
-    That holds in the repository (``web/`` and ``client/``) and once installed
+    That is true in the repository (``web/`` and ``client/``) and once installed
     (``chatroom/web/`` and ``chatroom/client/``).
     """
     return Path(__file__).resolve().parent.parent / "client"
@@ -255,7 +255,7 @@ async def close_sockets(app: web.Application) -> None:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every HTTP error as JSON ``{"error": ...}``, and an actor timeout as 503."""
+    """Turn every HTTP error into JSON ``{"error": ...}``, and an actor timeout into 503."""
     try:
         return await handler(request)
     except web.HTTPException as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import os
 import signal
@@ -31,11 +32,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path("config.toml")
 
 
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("chatroom")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chatroom",
         description="A password-protected chat room: Pykka actors behind an aiohttp server.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(

@@ -206,7 +206,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz``: 200 when every actor answers within a second, else 503 naming it."""
+    """``GET /healthz``: 200 when every actor replies within a second, else 503 naming it."""
     checks = {
         "auth": request.app[state.ACTORS].auth.token_count(),
         "store": request.app[state.ACTORS].store.last_id(),

@@ -129,3 +129,10 @@ def test_help_describes_options_with_units() -> None:
     for option in ("--port", "--host", "--password-file", "--config", "--log-level"):
         assert option in completed.stdout
     assert "0 picks a free port" in completed.stdout
+
+
+def test_version_option() -> None:
+    completed = run_cli("--version")
+
+    assert completed.returncode == 0
+    assert completed.stdout.startswith("chatroom ")
