@@ -191,6 +191,9 @@ class MessageStoreActor(Actor):
             self._presence_timer.cancel()
         self._flush()
         self._close_journal()
+        if self._startup_error is not None:
+            logger.info("Message store stopped; its journal could not be opened")
+            return
         logger.info(f"Message store stopped at message id {self._last_id}")
 
     def on_failure(self, *exc_info: object) -> None:
