@@ -37,7 +37,7 @@ class Broadcaster(Protocol):
 
         ``data`` contains ``message_count`` chat messages. ``posted_at`` is the
         ``time.monotonic()`` at which the oldest of them was posted, for the
-        delivery latency metric, or None when the batch holds no new post.
+        delivery latency metric, or None when the batch contains no new post.
         """
         ...
 

@@ -48,7 +48,7 @@ def closes_on_error(
 ) -> Callable[Concatenate[SessionActor, P], None]:
     """Close the client with 1011 when ``method`` raises, instead of storing the error.
 
-    An exception in a proxy call lands in a future that nobody reads, and pykka
+    An exception in a proxy call lands in a future that no caller reads, and pykka
     logs it only at INFO; this logs it as an error with the session's ids.
     """
 

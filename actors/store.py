@@ -98,7 +98,7 @@ class MessageStoreActor(Actor):
 
     Posts are stamped and queued. A self-addressed ``_Flush`` message, queued
     behind the posts already in the mailbox, appends the whole batch to the
-    history and fans it out: the batch is encoded once, and the broadcaster
+    history and fans it out. The batch is encoded once, and the broadcaster
     hands the same bytes to every subscriber's outbox in one crossing into the
     event loop. So a burst of N posts to S sessions costs a few batches, not
     N x S actor messages.
@@ -402,7 +402,7 @@ class MessageStoreActor(Actor):
 
         When many clients connect or leave at once, for example when the
         server starts or stops, each event fanned out on its own would cost a
-        delivery to every session; waiting a moment lets them share one batch.
+        delivery to every session. Waiting a moment lets them share one batch.
         """
         self._pending_payloads.append(payload)
         if self._flush_scheduled or self._presence_timer is not None:
@@ -549,8 +549,8 @@ class MessageStoreActor(Actor):
         """Return the oldest bucket that ``max_messages`` and ``max_age`` keep."""
         first = (self._first_id - 1) // self._bucket_size
         if self._max_messages:
-            oldest_wanted = newest.messages[-1].id - self._max_messages + 1
-            first = max(first, (max(oldest_wanted, 1) - 1) // self._bucket_size)
+            oldest_kept = newest.messages[-1].id - self._max_messages + 1
+            first = max(first, (max(oldest_kept, 1) - 1) // self._bucket_size)
         if self._max_age and first < newest.number:
             cutoff = datetime.now(UTC) - timedelta(seconds=self._max_age)
             first = self._first_bucket_since(cutoff, first, newest.number)

@@ -159,8 +159,8 @@ class LoopOutbox:
     own frames (errors) arrive through :meth:`put`, from its thread.
 
     The bound is the transport's write buffer, which grows only while the
-    client reads slower than the room talks: past ``max_bytes`` bytes or
-    ``max_messages`` messages waiting there, the client is closed with 1008
+    client reads slower than the room talks. Past ``max_bytes`` bytes or
+    ``max_messages`` messages waiting there, the client is closed with 1008,
     and the rest of the room goes on unslowed.
     """
 

@@ -119,6 +119,8 @@ async def join(request: web.Request) -> web.WebSocketResponse:
         "token expired",
     )
 
+    # NOTE: Thread.start() inside SessionActor.start() waits until the new
+    # thread runs, a short stall of the loop per join that grows under load.
     session_ref = SessionActor.start(
         session_id=session_id,
         user=user,
